@@ -1,0 +1,1 @@
+"""cargohold: a serverless OCI Distribution registry on S3 and DynamoDB."""

@@ -1,0 +1,68 @@
+"""Settings, read once from the environment.
+
+Every knob is an environment variable so that the Lambda stage
+(``.chalice/config.json``), ``make run`` and tests configure the same code
+the same way. The README lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    table: str
+    region: str
+    hmac_key: bytes
+    hmac_key_is_ephemeral: bool
+    blob_redirects: bool
+    redirect_ttl: int
+    upload_ttl: int
+    delete_enabled: bool
+    page_cap: int
+    part_size: int
+    chunk_min_length: int
+
+    @classmethod
+    def from_env(cls, *, blob_redirects_default: bool) -> "Settings":
+        """Settings for one door; only the redirect default differs by door.
+
+        Without ``CARGOHOLD_HMAC_KEY`` a random key is made: uploads then
+        work only within this one process, which suits a laptop and nothing
+        else (the Lambda stage always sets the key).
+        """
+        key_text = os.environ.get("CARGOHOLD_HMAC_KEY", "")
+        part_size = _int("CARGOHOLD_PART_SIZE", 8 * 1024 * 1024)
+        if part_size < 5 * 1024 * 1024:
+            raise ValueError("CARGOHOLD_PART_SIZE must be at least 5 MiB (S3's minimum part)")
+        return cls(
+            bucket=os.environ.get("CARGOHOLD_BUCKET", "cargohold-blobs"),
+            table=os.environ.get("CARGOHOLD_TABLE", "cargohold"),
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1",
+            hmac_key=key_text.encode() if key_text else secrets.token_bytes(32),
+            hmac_key_is_ephemeral=not key_text,
+            blob_redirects=_flag("CARGOHOLD_BLOB_REDIRECTS", blob_redirects_default),
+            redirect_ttl=_int("CARGOHOLD_REDIRECT_TTL_SECONDS", 300),
+            upload_ttl=_int("CARGOHOLD_UPLOAD_TTL_SECONDS", 24 * 3600),
+            delete_enabled=_flag("CARGOHOLD_DELETE_ENABLED", True),
+            page_cap=_int("CARGOHOLD_PAGE_CAP", 1000),
+            part_size=part_size,
+            chunk_min_length=_int("CARGOHOLD_CHUNK_MIN_LENGTH", 5 * 1024 * 1024),
+        )

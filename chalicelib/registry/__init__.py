@@ -1,0 +1,1 @@
+"""The registry service: protocol handlers over S3 and DynamoDB storage."""

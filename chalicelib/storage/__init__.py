@@ -1,0 +1,1 @@
+"""Storage on AWS primitives: blobs in S3, metadata in DynamoDB."""
