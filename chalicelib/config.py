@@ -24,6 +24,19 @@ def _int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def _key_from_parameter() -> str:
+    """The HMAC key from SSM Parameter Store (SecureString), as deployed by
+    ``infra/template.yaml``: the key never sits in Lambda's plain config."""
+    name = os.environ.get("CARGOHOLD_HMAC_KEY_PARAMETER")
+    if not name:
+        return ""
+    from .storage.clients import client
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    reply = client("ssm", region).get_parameter(Name=name, WithDecryption=True)
+    return reply["Parameter"]["Value"]
+
+
 @dataclass(frozen=True)
 class Settings:
     bucket: str
@@ -40,14 +53,14 @@ class Settings:
     chunk_min_length: int
 
     @classmethod
-    def from_env(cls, *, blob_redirects_default: bool) -> "Settings":
+    def from_env(cls, *, blob_redirects_default: bool) -> Settings:
         """Settings for one door; only the redirect default differs by door.
 
         Without ``CARGOHOLD_HMAC_KEY`` a random key is made: uploads then
         work only within this one process, which suits a laptop and nothing
         else (the Lambda stage always sets the key).
         """
-        key_text = os.environ.get("CARGOHOLD_HMAC_KEY", "")
+        key_text = os.environ.get("CARGOHOLD_HMAC_KEY", "") or _key_from_parameter()
         part_size = _int("CARGOHOLD_PART_SIZE", 8 * 1024 * 1024)
         if part_size < 5 * 1024 * 1024:
             raise ValueError("CARGOHOLD_PART_SIZE must be at least 5 MiB (S3's minimum part)")

@@ -133,7 +133,7 @@ def make_handler(app: Callable[[Request], Response]) -> type[BaseHTTPRequestHand
             if use_chunked:
                 self.wfile.write(b"0\r\n\r\n")
 
-        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _serve
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _serve  # noqa: N815
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             log.info("%s %s", self.address_string(), _STATE.sub(r"\1…", format % args))

@@ -50,11 +50,11 @@ class Digest:
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
 
-    def hasher(self) -> "hashlib._Hash":
+    def hasher(self) -> hashlib._Hash:
         return hashlib.new(self.algorithm)
 
     @classmethod
-    def of(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
 
@@ -127,13 +127,14 @@ def _unsatisfiable(header: str, size: int) -> RegistryError:
 
 
 def parse_page_size(value: str | None, cap: int) -> int | None:
-    """The ``n`` of a paginated list: a non-negative integer, clamped to ``cap``.
+    """The ``n`` of a paginated list: an integer from 0 to ``cap``.
 
-    Clamping (not rejecting) a huge n keeps clients working while never
-    allocating in proportion to what they ask for (CVE-2023-2253).
+    A larger n is refused, as distribution and ECR do, rather than served:
+    work is never in proportion to what a client asks for (CVE-2023-2253).
     """
     if value is None:
         return None
-    if not re.fullmatch(r"[0-9]{1,18}", value):
-        raise RegistryError(errors.PAGINATION_NUMBER_INVALID, {"n": value[:40]})
-    return min(int(value), cap)
+    if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) > cap:
+        raise RegistryError(errors.PAGINATION_NUMBER_INVALID,
+                            {"n": value[:40], "reason": f"n must be an integer from 0 to {cap}"})
+    return int(value)

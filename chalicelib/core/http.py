@@ -59,7 +59,7 @@ class Request:
     @classmethod
     def build(cls, method: str, path: str, query_string: str = "",
               headers: Iterable[tuple[str, str]] | dict[str, str] | None = None,
-              body: bytes | BinaryIO = b"") -> "Request":
+              body: bytes | BinaryIO = b"") -> Request:
         stream = io.BytesIO(body) if isinstance(body, (bytes, bytearray)) else body
         query = parse_qs(query_string, keep_blank_values=True)
         return cls(method.upper(), path, query, Headers(headers), stream)
@@ -84,7 +84,7 @@ class Response:
     body: bytes | Iterator[bytes] = b""
 
     @classmethod
-    def json(cls, status: int, data: Any, headers: dict[str, str] | None = None) -> "Response":
+    def json(cls, status: int, data: Any, headers: dict[str, str] | None = None) -> Response:
         payload = json.dumps(data, separators=(",", ":")).encode()
         all_headers = {"Content-Type": "application/json",
                        "Content-Length": str(len(payload))}

@@ -57,6 +57,8 @@ class Route:
     @property
     def template(self) -> str:
         parts = (["{name}"] if self.has_name else []) + list(self.suffix)
+        if not parts:
+            return PREFIX
         return PREFIX + "/".join(parts) + ("/" if self.trailing_slash else "")
 
     def operation(self, method: str) -> Operation | None:
@@ -66,77 +68,75 @@ class Route:
         return None
 
 
-_COMMON = (errors.UNAUTHORIZED, errors.DENIED, errors.TOOMANYREQUESTS)
 _NAME = (errors.NAME_INVALID,)
 
 ROUTES: tuple[Route, ...] = (
     Route("base", (), (
         Operation("GET", "Check that the endpoint implements the Distribution API.", (200,),
-                  _COMMON),
+                  ()),
     ), "API version check. Answers `{}` with `Docker-Distribution-API-Version: registry/2.0`.",
         has_name=False, trailing_slash=True),
     Route("catalog", ("_catalog",), (
         Operation("GET", "List repositories in lexical order.", (200,),
-                  (errors.PAGINATION_NUMBER_INVALID,) + _COMMON, query=("n", "last")),
+                  (errors.PAGINATION_NUMBER_INVALID,), query=("n", "last")),
     ), "Repository catalog, paginated with `n`/`last` and a `Link` header.",
         has_name=False),
     Route("tags", ("tags", "list"), (
         Operation("GET", "List the tags of a repository in lexical order.", (200,),
-                  _NAME + (errors.NAME_UNKNOWN, errors.PAGINATION_NUMBER_INVALID) + _COMMON,
+                  _NAME + (errors.NAME_UNKNOWN, errors.PAGINATION_NUMBER_INVALID),
                   query=("n", "last")),
     ), "Tags of a repository, paginated with `n`/`last` and a `Link` header."),
     Route("manifest", ("manifests", "{reference}"), (
         Operation("GET", "Fetch a manifest by tag or digest (exact stored bytes).", (200,),
-                  _NAME + (errors.TAG_INVALID, errors.DIGEST_INVALID, errors.MANIFEST_UNKNOWN)
-                  + _COMMON, headers=("Accept",)),
+                  _NAME + (errors.TAG_INVALID, errors.DIGEST_INVALID, errors.MANIFEST_UNKNOWN),
+                  headers=("Accept",)),
         Operation("HEAD", "Check a manifest; same headers as GET.", (200,),
-                  _NAME + (errors.TAG_INVALID, errors.DIGEST_INVALID, errors.MANIFEST_UNKNOWN)
-                  + _COMMON, headers=("Accept",)),
+                  _NAME + (errors.TAG_INVALID, errors.DIGEST_INVALID, errors.MANIFEST_UNKNOWN),
+                  headers=("Accept",)),
         Operation("PUT", "Store a manifest under a tag or its digest.", (201,),
                   _NAME + (errors.TAG_INVALID, errors.DIGEST_INVALID, errors.MANIFEST_INVALID,
-                           errors.MANIFEST_BLOB_UNKNOWN, errors.MANIFEST_TOO_LARGE) + _COMMON,
+                           errors.MANIFEST_BLOB_UNKNOWN, errors.MANIFEST_TOO_LARGE),
                   headers=("Content-Type",)),
         Operation("DELETE", "Delete a tag, or a manifest by digest with its tags.", (202,),
                   _NAME + (errors.TAG_INVALID, errors.DIGEST_INVALID, errors.MANIFEST_UNKNOWN,
-                           errors.UNSUPPORTED) + _COMMON),
+                           errors.UNSUPPORTED)),
     ), "Manifests by tag or digest, with content negotiation on `Accept`."),
     Route("referrers", ("referrers", "{digest}"), (
         Operation("GET", "List manifests whose subject is the digest, as an image index.", (200,),
-                  _NAME + (errors.DIGEST_INVALID,) + _COMMON, query=("artifactType",)),
+                  _NAME + (errors.DIGEST_INVALID,), query=("artifactType",)),
     ), "Referrers of a manifest; never 404, an empty index when there are none."),
     Route("uploads", ("blobs", "uploads"), (
         Operation("POST", "Start an upload; monolithic with `digest`; mount with `mount`+`from`.",
                   (201, 202),
-                  _NAME + (errors.DIGEST_INVALID, errors.SIZE_INVALID) + _COMMON,
+                  _NAME + (errors.DIGEST_INVALID, errors.SIZE_INVALID),
                   query=("digest", "mount", "from"), headers=("Content-Length", "Content-Type")),
     ), "Upload sessions. The `Location` carries an HMAC-signed state token.",
         trailing_slash=True),
     Route("upload", ("blobs", "uploads", "{session}"), (
         Operation("GET", "Report an upload's progress in `Range`.", (204,),
-                  _NAME + (errors.BLOB_UPLOAD_INVALID, errors.BLOB_UPLOAD_UNKNOWN) + _COMMON,
+                  _NAME + (errors.BLOB_UPLOAD_INVALID, errors.BLOB_UPLOAD_UNKNOWN),
                   query=("_state",)),
         Operation("PATCH", "Append a chunk (streamed; `Content-Range` optional).", (202,),
                   _NAME + (errors.BLOB_UPLOAD_INVALID, errors.BLOB_UPLOAD_UNKNOWN,
-                           errors.RANGE_INVALID) + _COMMON,
+                           errors.RANGE_INVALID),
                   query=("_state",), headers=("Content-Range", "Content-Length")),
         Operation("PUT", "Complete an upload, with an optional final chunk.", (201,),
                   _NAME + (errors.BLOB_UPLOAD_INVALID, errors.BLOB_UPLOAD_UNKNOWN,
-                           errors.DIGEST_INVALID, errors.SIZE_INVALID, errors.RANGE_INVALID)
-                  + _COMMON, query=("_state", "digest")),
+                           errors.DIGEST_INVALID, errors.SIZE_INVALID, errors.RANGE_INVALID),
+                  query=("_state", "digest")),
         Operation("DELETE", "Cancel an upload.", (204,),
-                  _NAME + (errors.BLOB_UPLOAD_INVALID, errors.BLOB_UPLOAD_UNKNOWN) + _COMMON,
+                  _NAME + (errors.BLOB_UPLOAD_INVALID, errors.BLOB_UPLOAD_UNKNOWN),
                   query=("_state",)),
     ), "One upload session, addressed by its id and signed state token."),
     Route("blob", ("blobs", "{digest}"), (
         Operation("GET", "Fetch a blob (307 to storage, or streamed); `Range` → 206.",
                   (200, 206, 304, 307),
-                  _NAME + (errors.DIGEST_INVALID, errors.BLOB_UNKNOWN, errors.RANGE_INVALID)
-                  + _COMMON, headers=("Range", "If-None-Match")),
+                  _NAME + (errors.DIGEST_INVALID, errors.BLOB_UNKNOWN, errors.RANGE_INVALID),
+                  headers=("Range", "If-None-Match")),
         Operation("HEAD", "Check a blob's existence and size.", (200, 304),
-                  _NAME + (errors.DIGEST_INVALID, errors.BLOB_UNKNOWN) + _COMMON),
+                  _NAME + (errors.DIGEST_INVALID, errors.BLOB_UNKNOWN)),
         Operation("DELETE", "Unlink a blob from the repository.", (202,),
-                  _NAME + (errors.DIGEST_INVALID, errors.BLOB_UNKNOWN, errors.UNSUPPORTED)
-                  + _COMMON),
+                  _NAME + (errors.DIGEST_INVALID, errors.BLOB_UNKNOWN, errors.UNSUPPORTED)),
     ), "Blobs by digest, content-addressed and shared by all repositories."),
 )
 
@@ -188,7 +188,7 @@ def _match_suffix(route: Route, segments: list[str]) -> dict[str, str] | None:
         return None
     tail = segments[len(segments) - k:]
     params: dict[str, str] = {}
-    for pattern, value in zip(route.suffix, tail):
+    for pattern, value in zip(route.suffix, tail, strict=True):
         if pattern.startswith("{"):
             if value == "":
                 return None

@@ -8,6 +8,8 @@ aborts abandoned multipart uploads and expires staging objects.
 
 from __future__ import annotations
 
+import contextlib
+
 from .clients import client
 
 STAGING_EXPIRY_DAYS = 2
@@ -18,10 +20,8 @@ def create_bucket(bucket: str, region: str) -> None:
     args: dict = {"Bucket": bucket}
     if region != "us-east-1":
         args["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(**args)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [{
         "ID": "abandoned-uploads", "Status": "Enabled", "Filter": {"Prefix": "uploads/"},
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": STAGING_EXPIRY_DAYS},

@@ -1,0 +1,42 @@
+# The two commands a new user runs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS_BIN := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: run test unit conformance lint docs tools venv clean
+
+# A virtualenv with the pinned dependencies; rebuilt when a requirements file changes.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Real clients (crane, oras, regctl, skopeo) and the OCI conformance suite.
+tools:
+	bash tests/tools/install.sh
+
+run: venv
+	$(PY) -m chalicelib.devserver
+
+test: venv tools
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests --junitxml=test-results/junit.xml
+	$(MAKE) --no-print-directory conformance
+
+conformance: venv tools
+	$(PY) -m tests.conformance
+
+lint: venv
+	$(PY) -m ruff check .
+
+docs: venv
+	$(PY) -m chalicelib.core.apidoc > docs/api.md
+
+clean:
+	rm -rf $(VENV) .tools test-results .pytest_cache .ruff_cache
