@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO
@@ -20,6 +21,11 @@ from .core.http import Request, Response
 log = logging.getLogger("cargohold.server")
 
 DRAIN_LIMIT = 1024 * 1024
+# After answering early (e.g. 416 to a chunk sent out of order) on a connection
+# whose body is larger than DRAIN_LIMIT, up to this much is still read and
+# dropped before closing, so the client sees the answer and not a reset.
+LINGER_BYTES = 64 * 1024 * 1024
+LINGER_SECONDS = 5.0
 _STATE = re.compile(r"(_state=)[^&\s]+")
 
 
@@ -100,9 +106,35 @@ def make_handler(app: Callable[[Request], Response]) -> type[BaseHTTPRequestHand
             if not body.drain(DRAIN_LIMIT):
                 self.close_connection = True
                 response.headers["Connection"] = "close"
+                self._write(response)
+                self._discard(body)
+                return
             self._write(response)
 
+        def _discard(self, body: BodyReader) -> None:
+            """Read and drop the rest of an unread body, bounded in bytes and time.
+
+            Closing a socket with unread data makes the kernel reset the
+            connection, and a client still sending its body (Go's net/http)
+            then reports a broken pipe instead of the answer already sent.
+            """
+            deadline = time.monotonic() + LINGER_SECONDS
+            discarded = 0
+            try:
+                while discarded < LINGER_BYTES:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self.connection.settimeout(left)
+                    data = body.read(65536)
+                    if not data:
+                        return
+                    discarded += len(data)
+            except (OSError, ValueError):
+                return
+
         def _write(self, response: Response) -> None:
+            self.log_request(response.status)
             self.send_response_only(response.status)
             self.send_header("Date", self.date_time_string())
             payload = response.body

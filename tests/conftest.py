@@ -21,12 +21,12 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("CARGOHOLD_HMAC_KEY", "test-hmac-key-shared-by-all-instances")
 
-from chalicelib.config import Settings  # noqa: E402
-from chalicelib.core.http import Request, Response  # noqa: E402
-from chalicelib.devserver import local_app, start_moto_process, use_emulator  # noqa: E402
-from chalicelib.server import serve_in_thread  # noqa: E402
-from chalicelib.storage import clients  # noqa: E402
-from chalicelib.storage.provision import provision  # noqa: E402
+from chalicelib.config import Settings
+from chalicelib.core.http import Request, Response
+from chalicelib.devserver import local_app, start_moto_process, use_emulator
+from chalicelib.server import serve_in_thread
+from chalicelib.storage import clients
+from chalicelib.storage.provision import provision
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"

@@ -75,7 +75,7 @@ def test_every_route_kind(client: Client, name: str) -> None:
     assert head.headers["Content-Length"] == str(len(layer))
     got = client.http.get(f"/v2/{name}/blobs/{_digest(layer)}")
     assert got.status_code == 307
-    with urllib.request.urlopen(got.headers["Location"]) as redirected:  # noqa: S310
+    with urllib.request.urlopen(got.headers["Location"]) as redirected:
         assert redirected.read() == layer
 
     # manifest PUT/GET/HEAD by tag, tags list, referrers, catalog

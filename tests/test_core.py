@@ -10,8 +10,14 @@ import pytest
 
 from chalicelib.core import apidoc, errors, routes
 from chalicelib.core.errors import RegistryError
-from chalicelib.core.grammar import (parse_byte_range, parse_content_range, parse_digest,
-                                     parse_page_size, validate_name, validate_tag)
+from chalicelib.core.grammar import (
+    parse_byte_range,
+    parse_content_range,
+    parse_digest,
+    parse_page_size,
+    validate_name,
+    validate_tag,
+)
 from chalicelib.core.manifests import accepts
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,6 +27,16 @@ MANIFEST_TYPES = IMAGE_TYPES | INDEX_TYPES
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
+# Layers "downloaded directly from a distributor but never uploaded" (image-spec
+# layer.md, Non-Distributable Layers; docker's foreign layers): a manifest may
+# name them without the registry holding the blob.
+NON_DISTRIBUTABLE_LAYERS = frozenset({
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+})
+
 
 @dataclass
 class ParsedManifest:
@@ -108,7 +118,9 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         if not isinstance(layers, list):
             raise _invalid("layers must be a list")
         for i, layer in enumerate(layers):
-            parsed.blobs.append(_descriptor_digest(layer, f"layers[{i}]"))
+            layer_digest = _descriptor_digest(layer, f"layers[{i}]")
+            if layer["mediaType"] not in NON_DISTRIBUTABLE_LAYERS:
+                parsed.blobs.append(layer_digest)
         config = doc["config"]
         parsed.artifact_type = doc.get("artifactType") or config.get("mediaType")
     else:

@@ -32,7 +32,7 @@ def handle(registry: Registry, request: Request) -> Response:
         response = handler(request, found.params)
     except RegistryError as error:
         response = error_response(error, request.method)
-    except Exception:  # noqa: BLE001 - the client must get an envelope, never a traceback
+    except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(RegistryError(errors.UNKNOWN), request.method)
     response.headers.update(API_VERSION_HEADER)

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..config import Settings
 from ..core import errors, manifests
 from ..core.errors import RegistryError
-from ..core.grammar import (Digest, parse_byte_range, parse_content_range, parse_digest,
-                            parse_page_size, parse_reference, validate_name)
+from ..core.grammar import (
+    Digest,
+    parse_byte_range,
+    parse_content_range,
+    parse_digest,
+    parse_page_size,
+    parse_reference,
+    validate_name,
+)
 from ..core.http import Request, Response, read_capped
 from ..core.routes import url_for
 from ..storage.blobs import BlobStore, blob_key
@@ -30,6 +36,19 @@ OCTET_STREAM = "application/octet-stream"
 
 def _etag(digest: str) -> str:
     return f'"{digest}"'
+
+
+def _content_range(req: Request, offset: int) -> tuple[int, int] | None:
+    """A PATCH/PUT ``Content-Range``; a malformed one is 416 with the upload's
+    progress in ``Range``, like an out-of-order chunk, so the client can resume."""
+    text = req.headers.get("Content-Range")
+    if not text:
+        return None
+    try:
+        return parse_content_range(text)
+    except RegistryError as error:
+        error.headers["Range"] = range_header(offset)
+        raise
 
 
 class Registry:
@@ -140,6 +159,7 @@ class Registry:
                 raise RegistryError(errors.DIGEST_INVALID, {
                     "expected": str(expected_digest), "actual": str(actual),
                     "reason": "manifest bytes do not hash to the digest in the URL"})
+            parsed.digest = actual  # addressed by the digest the client named (e.g. sha512)
         missing = self.meta.missing(name, [str(d) for d in parsed.blobs],
                                     [str(d) for d in parsed.children])
         if missing:
@@ -299,8 +319,7 @@ class Registry:
 
     def patch_upload(self, req: Request, params: dict[str, str]) -> Response:
         record = self._session(req, params, exact_offset=True)
-        content_range = req.headers.get("Content-Range")
-        parsed_range = parse_content_range(content_range) if content_range else None
+        parsed_range = _content_range(req, record.offset)
         record = self.uploads.append(record, req.body, parsed_range, req.content_length())
         return self._upload_progress(202, record.name, record.upload_id, record.offset)
 
@@ -310,8 +329,7 @@ class Registry:
             raise RegistryError(errors.DIGEST_INVALID, {"reason": "digest parameter required"})
         digest = parse_digest(digest_arg)
         record = self._session(req, params, exact_offset=True)
-        content_range = req.headers.get("Content-Range")
-        parsed_range = parse_content_range(content_range) if content_range else None
+        parsed_range = _content_range(req, record.offset)
         self.uploads.complete(record, digest, req.body, parsed_range, req.content_length())
         return self._blob_created(record.name, str(digest))
 

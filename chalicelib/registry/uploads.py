@@ -24,7 +24,7 @@ from ..core import errors
 from ..core.errors import RegistryError
 from ..core.grammar import Digest
 from ..storage.blobs import BlobStore, blob_key, staging_prefix
-from ..storage.metadata import ConditionFailed, MetadataStore, UploadRecord
+from ..storage.metadata import ConditionFailedError, MetadataStore, UploadRecord
 
 READ_SIZE = 1024 * 1024
 
@@ -145,7 +145,7 @@ class Uploads:
         record.tail_key, record.tail_size = self._write_tail(record, appended.buffer)
         try:
             self.meta.save_upload(record, expected_offset=before.offset)
-        except ConditionFailed:
+        except ConditionFailedError:
             if record.tail_key and record.tail_key != old_tail:
                 self.blobs.delete(record.tail_key)
             current = self.meta.get_upload(record.upload_id)
@@ -200,6 +200,7 @@ class Uploads:
                 self._discard_staging(record)
             raise
         size = start_offset + appended.received
+        staged = bool(record.tail_key or record.multipart_id)
         try:
             if record.multipart_id is None:
                 self._publish_small(digest, bytes(appended.buffer))
@@ -215,8 +216,8 @@ class Uploads:
         self.meta.link_blob(record.name, str(digest), size)
         if persisted:
             self.meta.delete_upload(record.upload_id)
-            if record.tail_key or record.multipart_id:
-                self.blobs.delete_prefix(staging_prefix(record.upload_id))
+        if staged:
+            self.blobs.delete_prefix(staging_prefix(record.upload_id))
         return size
 
     def _publish_small(self, digest: Digest, data: bytes) -> None:

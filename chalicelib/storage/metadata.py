@@ -90,7 +90,7 @@ class UploadRecord:
         return item
 
     @classmethod
-    def from_item(cls, item: dict[str, Any]) -> "UploadRecord":
+    def from_item(cls, item: dict[str, Any]) -> UploadRecord:
         return cls(
             upload_id=item["pk"]["S"].split("#", 1)[1],
             name=item["name"]["S"],
@@ -104,7 +104,7 @@ class UploadRecord:
         )
 
 
-class ConditionFailed(Exception):
+class ConditionFailedError(Exception):
     """A conditional write lost a race (or its precondition no longer holds)."""
 
 
@@ -119,9 +119,11 @@ class MetadataStore:
     def ddb(self) -> Any:
         return client("dynamodb", self.region)
 
-    def _get(self, pk: str, sk: str, consistent: bool = True) -> dict[str, Any] | None:
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """Strongly consistent, like every read here: a client that has just
+        pushed (or deleted) must see it on its next request."""
         reply = self.ddb.get_item(TableName=self.table, Key={"pk": _s(pk), "sk": _s(sk)},
-                                  ConsistentRead=consistent)
+                                  ConsistentRead=True)
         return reply.get("Item")
 
     def _query_prefix(self, pk: str, prefix: str, after: str | None = None,
@@ -186,7 +188,7 @@ class MetadataStore:
                 return items
 
     def blob_size(self, name: str, digest: str) -> int | None:
-        item = self._get(repo_pk(name), f"blob#{digest}", consistent=False)
+        item = self._get(repo_pk(name), f"blob#{digest}")
         return int(item["size"]["N"]) if item else None
 
     def link_blob(self, name: str, digest: str, size: int) -> None:
@@ -259,7 +261,7 @@ class MetadataStore:
         self.ddb.transact_write_items(TransactItems=items)
 
     def get_manifest(self, name: str, digest: str) -> ManifestRecord | None:
-        item = self._get(repo_pk(name), f"manifest#{digest}", consistent=False)
+        item = self._get(repo_pk(name), f"manifest#{digest}")
         if item is None:
             return None
         return ManifestRecord(
@@ -268,7 +270,7 @@ class MetadataStore:
             subject=item.get("subject", {}).get("S"))
 
     def get_tag(self, name: str, tag: str) -> TagRecord | None:
-        item = self._get(repo_pk(name), f"tag#{tag}", consistent=False)
+        item = self._get(repo_pk(name), f"tag#{tag}")
         if item is None:
             return None
         return TagRecord(tag, item["digest"]["S"], item["media_type"]["S"], int(item["size"]["N"]))
@@ -334,7 +336,7 @@ class MetadataStore:
                               ExpressionAttributeValues={":expected": _n(expected_offset)})
         except ClientError as exc:
             if _is_condition_failure(exc):
-                raise ConditionFailed(record.upload_id) from None
+                raise ConditionFailedError(record.upload_id) from None
             raise
 
     def delete_upload(self, upload_id: str) -> bool:
