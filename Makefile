@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test unit conformance lint docs tools venv clean
+.PHONY: run test conformance lint docs tools venv clean bench-rss
 
 # A virtualenv with the pinned dependencies; rebuilt when a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -31,6 +31,10 @@ test: venv tools
 
 conformance: venv tools
 	$(PY) -m tests.conformance
+
+# Peak RSS of the registry process while a 1 GiB blob is pushed in one PATCH.
+bench-rss: venv
+	$(PY) bench/rss_push.py --size-mib 1024
 
 lint: venv
 	$(PY) -m ruff check .
