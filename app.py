@@ -44,7 +44,8 @@ def registry():
         from chalicelib.config import Settings
         from chalicelib.registry.service import Registry
 
-        _registry = Registry(Settings.from_env(blob_redirects_default=True))
+        _registry = Registry(Settings.from_env(blob_redirects_default=True,
+                                              function_limits_default=True))
     return _registry
 
 

@@ -51,10 +51,14 @@ class Settings:
     page_cap: int
     part_size: int
     chunk_min_length: int
+    function_limits: bool
+    max_body: int
+    part_url_ttl: int
 
     @classmethod
-    def from_env(cls, *, blob_redirects_default: bool) -> Settings:
-        """Settings for one door; only the redirect default differs by door.
+    def from_env(cls, *, blob_redirects_default: bool,
+                 function_limits_default: bool = False) -> Settings:
+        """Settings for one door; redirects and function limits default by door.
 
         Without ``CARGOHOLD_HMAC_KEY`` a random key is made: uploads then
         work only within this one process, which suits a laptop and nothing
@@ -78,4 +82,9 @@ class Settings:
             page_cap=_int("CARGOHOLD_PAGE_CAP", 1000),
             part_size=part_size,
             chunk_min_length=_int("CARGOHOLD_CHUNK_MIN_LENGTH", 5 * 1024 * 1024),
+            function_limits=_flag("CARGOHOLD_FUNCTION_LIMITS", function_limits_default),
+            # API Gateway hands Lambda at most 6 MB, base64-encoded: 4 MiB of
+            # raw body plus headers fits with room to spare.
+            max_body=_int("CARGOHOLD_MAX_BODY_BYTES", 4 * 1024 * 1024),
+            part_url_ttl=_int("CARGOHOLD_PART_URL_TTL_SECONDS", 900),
         )

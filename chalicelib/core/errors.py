@@ -90,16 +90,17 @@ PAGINATION_NUMBER_INVALID = _register(
 RANGE_INVALID = _register(
     "RANGE_INVALID", "invalid content range", 416,
     "A Content-Range or Range header is malformed, out of order or unsatisfiable.")
-MANIFEST_TOO_LARGE = _register(
-    "SIZE_INVALID_MANIFEST", "manifest body too large", 413,
-    "The manifest body exceeds the registry's limit.")
+BODY_TOO_LARGE = _register(
+    "SIZE_INVALID_BODY", "request body too large", 413,
+    "A manifest above 4 MiB, or (in function-limits mode) an upload body above "
+    "the advertised OCI-Chunk-Max-Length.")
 UNKNOWN = _register(
     "UNKNOWN", "unknown error", 500,
     "An unexpected failure inside the registry; nothing was changed.")
 
-# The wire code of MANIFEST_TOO_LARGE is SIZE_INVALID (clients know no other),
+# The wire code of BODY_TOO_LARGE is SIZE_INVALID (clients know no other),
 # registered under its own key only so that it can carry status 413.
-_WIRE_CODES = {"SIZE_INVALID_MANIFEST": "SIZE_INVALID"}
+_WIRE_CODES = {"SIZE_INVALID_BODY": "SIZE_INVALID"}
 
 
 class RegistryError(Exception):

@@ -82,7 +82,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     (CVE-2021-41190), and descriptors without digest, size or media type.
     """
     if len(body) > MAX_MANIFEST_BYTES:
-        raise RegistryError(errors.MANIFEST_TOO_LARGE,
+        raise RegistryError(errors.BODY_TOO_LARGE,
                             {"size": len(body), "limit": MAX_MANIFEST_BYTES})
     try:
         doc = json.loads(body)

@@ -95,7 +95,7 @@ ROUTES: tuple[Route, ...] = (
                   headers=("Accept",)),
         Operation("PUT", "Store a manifest under a tag or its digest.", (201,),
                   _NAME + (errors.TAG_INVALID, errors.DIGEST_INVALID, errors.MANIFEST_INVALID,
-                           errors.MANIFEST_BLOB_UNKNOWN, errors.MANIFEST_TOO_LARGE),
+                           errors.MANIFEST_BLOB_UNKNOWN, errors.BODY_TOO_LARGE),
                   headers=("Content-Type",)),
         Operation("DELETE", "Delete a tag, or a manifest by digest with its tags.", (202,),
                   _NAME + (errors.TAG_INVALID, errors.DIGEST_INVALID, errors.MANIFEST_UNKNOWN,
@@ -138,6 +138,16 @@ ROUTES: tuple[Route, ...] = (
         Operation("DELETE", "Unlink a blob from the repository.", (202,),
                   _NAME + (errors.DIGEST_INVALID, errors.BLOB_UNKNOWN, errors.UNSUPPORTED)),
     ), "Blobs by digest, content-addressed and shared by all repositories."),
+    Route("upload-parts", ("_cargohold", "uploads", "{session}", "parts"), (
+        Operation("POST", "Presigned S3 UploadPart URLs for parts `first`..`first+count-1` of "
+                  "a fresh upload; complete with the standard `PUT …?digest=`.", (200,),
+                  _NAME + (errors.BLOB_UPLOAD_INVALID, errors.BLOB_UPLOAD_UNKNOWN),
+                  query=("_state", "first", "count")),
+    ), "Direct-to-S3 uploads (cargohold extension). Answers JSON `{location, minPartSize, "
+       "maxParts, expiresIn, parts: [{partNumber, url}]}`. Each URL writes one part of "
+       "this upload only and expires after `CARGOHOLD_PART_URL_TTL_SECONDS`; parts of "
+       "5 MiB or more, numbered from 1 without gaps; the registry hashes the assembled "
+       "blob before answering 201.", extension=True),
 )
 
 ROUTES_BY_ID = {route.id: route for route in ROUTES}

@@ -27,7 +27,7 @@ from ..core.routes import url_for
 from ..storage.blobs import BlobStore, blob_key
 from ..storage.metadata import INLINE_MANIFEST_LIMIT, ManifestRecord, MetadataStore
 from . import tokens
-from .uploads import Uploads, range_header
+from .uploads import S3_MAX_PARTS, S3_MIN_PART, Uploads, range_header
 
 Handler = Callable[[Request, dict[str, str]], Response]
 
@@ -58,7 +58,8 @@ class Registry:
         self.settings = settings
         self.blobs = BlobStore(settings.bucket, settings.region)
         self.meta = MetadataStore(settings.table, settings.region)
-        self.uploads = Uploads(self.blobs, self.meta, settings.part_size, settings.upload_ttl)
+        self.uploads = Uploads(self.blobs, self.meta, settings.part_size, settings.upload_ttl,
+                               settings.max_body if settings.function_limits else None)
         self.handlers: dict[tuple[str, str], Handler] = {
             ("base", "GET"): self.base,
             ("catalog", "GET"): self.catalog,
@@ -76,6 +77,7 @@ class Registry:
             ("upload", "PATCH"): self.patch_upload,
             ("upload", "PUT"): self.put_upload,
             ("upload", "DELETE"): self.cancel_upload,
+            ("upload-parts", "POST"): self.presign_parts,
         }
 
     # -- base and listings -------------------------------------------------
@@ -147,11 +149,11 @@ class Registry:
         tag, expected_digest = parse_reference(reference)
         declared = req.content_length()
         if declared is not None and declared > manifests.MAX_MANIFEST_BYTES:
-            raise RegistryError(errors.MANIFEST_TOO_LARGE,
+            raise RegistryError(errors.BODY_TOO_LARGE,
                                 {"size": declared, "limit": manifests.MAX_MANIFEST_BYTES})
         body = read_capped(req.body, manifests.MAX_MANIFEST_BYTES)
         if body is None:
-            raise RegistryError(errors.MANIFEST_TOO_LARGE, {"limit": manifests.MAX_MANIFEST_BYTES})
+            raise RegistryError(errors.BODY_TOO_LARGE, {"limit": manifests.MAX_MANIFEST_BYTES})
         parsed = manifests.parse_manifest(body, req.headers.get("Content-Type"))
         if expected_digest is not None:
             actual = Digest.of(body, expected_digest.algorithm)
@@ -215,9 +217,10 @@ class Registry:
     def get_blob(self, req: Request, params: dict[str, str]) -> Response:
         name = params["name"]
         digest = str(parse_digest(params["digest"]))
-        size = self.meta.blob_size(name, digest)
-        if size is None:
+        link = self.meta.blob_link(name, digest)
+        if link is None:
             raise RegistryError(errors.BLOB_UNKNOWN, {"name": name, "digest": digest})
+        size, key = link.size, link.key
         headers = {"Docker-Content-Digest": digest, "ETag": _etag(digest),
                    "Accept-Ranges": "bytes", "Content-Type": OCTET_STREAM,
                    "Cache-Control": "max-age=31536000"}
@@ -227,7 +230,6 @@ class Registry:
         if req.method == "HEAD":
             headers["Content-Length"] = str(size)
             return Response(200, headers)
-        key = blob_key(digest)
         if self.settings.blob_redirects:
             url = self.blobs.presign_get(key, self.settings.redirect_ttl)
             return Response(307, {"Location": url, "Docker-Content-Digest": digest,
@@ -278,9 +280,9 @@ class Registry:
             digest = str(parse_digest(mount))
             if source:
                 validate_name(source)
-                size = self.meta.blob_size(source, digest)
-                if size is not None:
-                    self.meta.link_blob(name, digest, size)
+                link = self.meta.blob_link(source, digest)
+                if link is not None:
+                    self.meta.link_blob(name, digest, link)
                     return self._blob_created(name, digest)
         digest_arg = req.arg("digest")
         if digest_arg is not None:
@@ -291,8 +293,19 @@ class Registry:
             return self._blob_created(name, str(digest))
         record = self.uploads.start(name)
         response = self._upload_progress(202, name, record.upload_id, 0)
-        response.headers["OCI-Chunk-Min-Length"] = str(self.settings.chunk_min_length)
+        response.headers.update(self._chunk_limits())
         return response
+
+    def _chunk_limits(self) -> dict[str, str]:
+        """What chunking clients are told. In function-limits mode the
+        maximum is the largest body the function can receive (the proposed
+        ``OCI-Chunk-Max-Length``) and the minimum never exceeds it."""
+        minimum = self.settings.chunk_min_length
+        if not self.settings.function_limits:
+            return {"OCI-Chunk-Min-Length": str(minimum)}
+        maximum = self.settings.max_body
+        return {"OCI-Chunk-Min-Length": str(min(minimum, maximum)),
+                "OCI-Chunk-Max-Length": str(maximum)}
 
     def _session(self, req: Request, params: dict[str, str], *, exact_offset: bool):
         """Check the signed state against the URL and stored progress.
@@ -337,3 +350,31 @@ class Registry:
         record = self._session(req, params, exact_offset=False)
         self.uploads.cancel(record)
         return Response(204, {"Content-Length": "0"})
+
+    def presign_parts(self, req: Request, params: dict[str, str]) -> Response:
+        """Extension: presigned UploadPart URLs so a client can PUT parts of a
+        fresh upload straight to S3, in parallel, then complete it with the
+        standard ``PUT …?digest=`` (the registry verifies before 201)."""
+        record = self._session(req, params, exact_offset=True)
+        first = _positive_int(req.arg("first") or "1", "first")
+        count = _positive_int(req.arg("count") or "1", "count")
+        if count > MAX_PART_URLS:
+            raise RegistryError(errors.BLOB_UPLOAD_INVALID,
+                                {"reason": f"at most {MAX_PART_URLS} part URLs per request"})
+        ttl = self.settings.part_url_ttl
+        parts = self.uploads.presign_parts(record, first, count, ttl)
+        return Response.json(200, {
+            "location": self._upload_location(record.name, record.upload_id, 0),
+            "minPartSize": S3_MIN_PART, "maxParts": S3_MAX_PARTS,
+            "expiresIn": ttl, "parts": parts,
+        })
+
+
+MAX_PART_URLS = 1000
+
+
+def _positive_int(value: str, name: str) -> int:
+    if not value.isdigit() or len(value) > 6 or int(value) < 1:
+        raise RegistryError(errors.BLOB_UPLOAD_INVALID,
+                            {"reason": f"{name} must be a positive integer", name: value[:20]})
+    return int(value)

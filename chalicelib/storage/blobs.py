@@ -1,8 +1,12 @@
 """Blob bytes in S3: one object per digest, shared by every repository.
 
-Uploads are staged under ``uploads/<id>/`` and only copied to their
-content-addressed key after the registry has verified the digest, so a
-client can never place wrong bytes under a digest.
+A blob small enough to arrive in one part is verified in memory and written
+to its content-addressed key. A larger one is assembled by an S3 multipart
+upload at ``blobs/large/<upload id>`` and, once verified, stays there: the
+digest → key mapping lives in DynamoDB, so completion never copies
+gigabytes (a copy is not O(1) and would not fit a Lambda request). Small
+leftovers between requests are staged under ``uploads/<id>/``, which a
+lifecycle rule expires.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ def blob_key(digest: Digest | str) -> str:
 
 def staging_prefix(upload_id: str) -> str:
     return f"uploads/{upload_id}/"
+
+
+LARGE_PREFIX = "blobs/large/"
+
+
+def large_blob_key(upload_id: str) -> str:
+    return LARGE_PREFIX + upload_id
+
+
+READ_PARALLELISM = 8
+RANGE_SIZE = 8 * 1024 * 1024
 
 
 class BlobStore:
@@ -67,6 +82,37 @@ class BlobStore:
             yield from body.iter_chunks(chunk)
         finally:
             body.close()
+
+    def hash_object(self, key: str, size: int, hasher: Any,
+                    parallelism: int = READ_PARALLELISM) -> None:
+        """Feed an object to ``hasher`` in order, reading ranges in parallel.
+
+        Hashing is sequential but one S3 stream is not the bottleneck S3
+        can be: up to ``parallelism`` ranges are in flight while the hasher
+        consumes them in order, and at most that many ranges are in memory.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def fetch(start: int) -> bytes:
+            end = min(start + RANGE_SIZE, size) - 1
+            return self.s3.get_object(Bucket=self.bucket, Key=key,
+                                      Range=f"bytes={start}-{end}")["Body"].read()
+
+        starts = list(range(0, size, RANGE_SIZE))
+        with ThreadPoolExecutor(max_workers=parallelism) as pool:
+            window = [pool.submit(fetch, s) for s in starts[:parallelism]]
+            for i in range(len(starts)):
+                data = window.pop(0).result()
+                following = i + parallelism
+                if following < len(starts):
+                    window.append(pool.submit(fetch, starts[following]))
+                hasher.update(data)
+
+    def presign_upload_part(self, key: str, multipart_id: str, number: int, ttl: int) -> str:
+        """A URL that can write exactly one part of one multipart upload, until ``ttl``."""
+        return self.s3.generate_presigned_url(
+            "upload_part", Params={"Bucket": self.bucket, "Key": key, "UploadId": multipart_id,
+                                   "PartNumber": number}, ExpiresIn=ttl)
 
     def presign_get(self, key: str, ttl: int) -> str:
         return self.s3.generate_presigned_url(

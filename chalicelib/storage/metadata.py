@@ -7,7 +7,9 @@ one Query:
 pk                     sk                           holds
 =====================  ===========================  =========================
 ``repos``              ``<name>``                   catalog entry
-``repo#<name>``        ``blob#<digest>``            blob link: size
+``blob#<digest>``      ``blob``                     the one S3 object of a
+                                                    digest: key, size (dedup)
+``repo#<name>``        ``blob#<digest>``            blob link: size, S3 key
 ``repo#<name>``        ``manifest#<digest>``        media type, size, bytes
                                                     (or ``in_s3``), subject
 ``repo#<name>``        ``tag#<tag>``                digest, media type, size
@@ -24,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .clients import client
@@ -62,9 +64,22 @@ class TagRecord:
     size: int
 
 
+@dataclass(frozen=True)
+class BlobLink:
+    """Where a repository's blob lives: its size and S3 object key."""
+
+    size: int
+    key: str
+
+
 @dataclass
 class UploadRecord:
-    """Progress of one upload session; all a fresh instance needs to continue it."""
+    """Progress of one upload session; all a fresh instance needs to continue it.
+
+    ``hash_state`` is the resumable SHA-256 state over bytes ``[0, offset)``;
+    ``direct`` marks a session whose parts clients PUT straight to S3, whose
+    bytes the registry never saw (so it has no hash state).
+    """
 
     upload_id: str
     name: str
@@ -73,9 +88,9 @@ class UploadRecord:
     next_part: int = 1
     tail_key: str | None = None
     tail_size: int = 0
-    prefix_sha256: str | None = None
+    hash_state: bytes | None = None
+    direct: bool = False
     expires: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -83,10 +98,14 @@ class UploadRecord:
             "name": _s(self.name), "offset": _n(self.offset), "next_part": _n(self.next_part),
             "tail_size": _n(self.tail_size), "ttl": _n(self.expires),
         }
-        for attr in ("multipart_id", "tail_key", "prefix_sha256"):
+        for attr in ("multipart_id", "tail_key"):
             value = getattr(self, attr)
             if value is not None:
                 item[attr] = _s(value)
+        if self.hash_state is not None:
+            item["hash_state"] = {"B": self.hash_state}
+        if self.direct:
+            item["direct"] = {"BOOL": True}
         return item
 
     @classmethod
@@ -99,7 +118,8 @@ class UploadRecord:
             next_part=int(item["next_part"]["N"]),
             tail_key=item.get("tail_key", {}).get("S"),
             tail_size=int(item["tail_size"]["N"]),
-            prefix_sha256=item.get("prefix_sha256", {}).get("S"),
+            hash_state=item["hash_state"]["B"] if "hash_state" in item else None,
+            direct=item.get("direct", {}).get("BOOL", False),
             expires=int(item["ttl"]["N"]),
         )
 
@@ -187,18 +207,52 @@ class MetadataStore:
             if not start_key or (limit is not None and len(items) >= limit):
                 return items
 
-    def blob_size(self, name: str, digest: str) -> int | None:
+    def blob_link(self, name: str, digest: str) -> BlobLink | None:
         item = self._get(repo_pk(name), f"blob#{digest}")
-        return int(item["size"]["N"]) if item else None
+        if item is None:
+            return None
+        return BlobLink(int(item["size"]["N"]), item["key"]["S"])
 
-    def link_blob(self, name: str, digest: str, size: int) -> None:
-        """Link a blob to a repository and list the repository in the catalog."""
+    def stored_blob(self, digest: str) -> BlobLink | None:
+        """The registry-wide object of a digest, if any repository has it."""
+        item = self._get(f"blob#{digest}", "blob")
+        return BlobLink(int(item["size"]["N"]), item["key"]["S"]) if item else None
+
+    def claim_blob(self, digest: str, link: BlobLink) -> BlobLink:
+        """Record ``link`` as the object of ``digest`` unless one already is;
+        returns the winner, so two uploads of one digest keep one object."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.ddb.put_item(TableName=self.table, Item={
+                "pk": _s(f"blob#{digest}"), "sk": _s("blob"), "size": _n(link.size),
+                "key": _s(link.key), "created": _n(int(time.time()))},
+                ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+            existing = self.stored_blob(digest)
+            if existing is not None:
+                return existing
+        return link
+
+    def link_blob(self, name: str, digest: str, link: BlobLink,
+                  record_object: bool = False) -> None:
+        """Link a blob to a repository and list the repository in the catalog
+        (and, for a content-addressed object, record it registry-wide)."""
         now = _n(int(time.time()))
-        self.ddb.batch_write_item(RequestItems={self.table: [
-            {"PutRequest": {"Item": {"pk": _s(repo_pk(name)), "sk": _s(f"blob#{digest}"),
-                                     "size": _n(size), "created": now}}},
-            {"PutRequest": {"Item": {"pk": _s(CATALOG_PK), "sk": _s(name), "created": now}}},
-        ]})
+        puts = [
+            {"pk": _s(repo_pk(name)), "sk": _s(f"blob#{digest}"), "size": _n(link.size),
+             "key": _s(link.key), "created": now},
+            {"pk": _s(CATALOG_PK), "sk": _s(name), "created": now},
+        ]
+        if record_object:
+            puts.append({"pk": _s(f"blob#{digest}"), "sk": _s("blob"), "size": _n(link.size),
+                         "key": _s(link.key), "created": now})
+        pending: dict[str, Any] = {self.table: [{"PutRequest": {"Item": i}} for i in puts]}
+        while pending:
+            reply = self.ddb.batch_write_item(RequestItems=pending)
+            pending = reply.get("UnprocessedItems") or {}
 
     def unlink_blob(self, name: str, digest: str) -> bool:
         from botocore.exceptions import ClientError
@@ -325,13 +379,18 @@ class MetadataStore:
             return None  # DynamoDB TTL deletes lazily; expired is gone to us
         return record
 
-    def save_upload(self, record: UploadRecord, expected_offset: int) -> None:
-        """Replace an upload's progress only if nobody advanced it meanwhile."""
+    def save_upload(self, record: UploadRecord, expected_offset: int,
+                    first_claim: bool = False) -> None:
+        """Replace an upload's progress only if nobody advanced it meanwhile
+        (and, with ``first_claim``, only if it has no multipart upload yet)."""
         from botocore.exceptions import ClientError
 
+        condition = "#o = :expected"
+        if first_claim:
+            condition += " AND attribute_not_exists(multipart_id)"
         try:
             self.ddb.put_item(TableName=self.table, Item=record.to_item(),
-                              ConditionExpression="#o = :expected",
+                              ConditionExpression=condition,
                               ExpressionAttributeNames={"#o": "offset"},
                               ExpressionAttributeValues={":expected": _n(expected_offset)})
         except ClientError as exc:

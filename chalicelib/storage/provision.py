@@ -22,11 +22,13 @@ def create_bucket(bucket: str, region: str) -> None:
         args["CreateBucketConfiguration"] = {"LocationConstraint": region}
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(**args)
-    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [{
-        "ID": "abandoned-uploads", "Status": "Enabled", "Filter": {"Prefix": "uploads/"},
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": STAGING_EXPIRY_DAYS},
-        "Expiration": {"Days": STAGING_EXPIRY_DAYS},
-    }]})
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": "abandoned-staging", "Status": "Enabled", "Filter": {"Prefix": "uploads/"},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": STAGING_EXPIRY_DAYS},
+         "Expiration": {"Days": STAGING_EXPIRY_DAYS}},
+        {"ID": "abandoned-multipart", "Status": "Enabled", "Filter": {"Prefix": "blobs/large/"},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": STAGING_EXPIRY_DAYS}},
+    ]})
 
 
 def create_table(table: str, region: str) -> None:
