@@ -159,6 +159,22 @@ class BlobStore:
             MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}
                                        for p in parts]})
 
+    def list_multipart(self, prefix: str) -> list[dict[str, Any]]:
+        """Unfinished multipart uploads under ``prefix`` (Key, UploadId, Initiated)."""
+        found: list[dict[str, Any]] = []
+        for page in self.s3.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix):
+            found.extend(page.get("Uploads", []))
+        return found
+
+    def list_keys(self, prefix: str) -> list[dict[str, Any]]:
+        """Objects under ``prefix`` (Key, LastModified, Size)."""
+        found: list[dict[str, Any]] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix):
+            found.extend(page.get("Contents", []))
+        return found
+
     def abort_multipart(self, key: str, multipart_id: str) -> None:
         from botocore.exceptions import ClientError
 

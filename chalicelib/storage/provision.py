@@ -9,8 +9,12 @@ aborts abandoned multipart uploads and expires staging objects.
 from __future__ import annotations
 
 import contextlib
+import logging
+from typing import Any
 
 from .clients import client
+
+log = logging.getLogger("cargohold.provision")
 
 STAGING_EXPIRY_DAYS = 2
 
@@ -22,6 +26,16 @@ def create_bucket(bucket: str, region: str) -> None:
         args["CreateBucketConfiguration"] = {"LocationConstraint": region}
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(**args)
+    try:
+        _expire_abandoned_uploads(s3, bucket)
+    except s3.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NotImplemented":
+            raise
+        log.warning("bucket %s: this S3 has no lifecycle rules; run "
+                    "`python -m chalicelib.cleanup` to remove abandoned uploads", bucket)
+
+
+def _expire_abandoned_uploads(s3: Any, bucket: str) -> None:
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
         {"ID": "abandoned-staging", "Status": "Enabled", "Filter": {"Prefix": "uploads/"},
          "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": STAGING_EXPIRY_DAYS},

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the outside tools the tests drive: real clients and the OCI
-# conformance suite, built from the Go module proxy at pinned versions, and
-# skopeo from Debian's packages. Idempotent: a tool already built at its pinned
-# version is kept, so a second run costs only a few stat calls.
+# Installs the outside tools the tests drive: real clients, a real S3 server
+# (versitygw) and the OCI conformance suite, built from the Go module proxy at
+# pinned versions, and skopeo from Debian's packages. Idempotent: a tool
+# already built at its pinned version is kept, so a second run costs only a
+# few stat calls.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +15,9 @@ mkdir -p "$bin"
 CRANE_VERSION=v0.22.1
 ORAS_VERSION=v1.3.6
 REGCTL_VERSION=v0.11.7
+# A real S3 server (posix backend) that verifies SigV4 presigned URLs, which
+# moto does not: tests/real_s3.py starts it for the presigned-URL tests.
+VERSITYGW_VERSION=v1.8.0
 # The conformance module has no tags of its own; this is the newest fixed
 # commit on the module proxy (after the v1.1.1 release).
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
@@ -35,6 +39,7 @@ go_tool() {  # name module-path version
 go_tool crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION"
 go_tool oras oras.land/oras/cmd/oras "$ORAS_VERSION"
 go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION"
+go_tool versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
 
 if ! stamp_ok conformance.test "$CONFORMANCE_VERSION"; then
   echo "building conformance.test $CONFORMANCE_VERSION" >&2
