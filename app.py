@@ -68,9 +68,10 @@ def _dispatch(depth: int) -> Response:
         del response.headers["Content-Type"]
     elif content_type == BINARY:
         accept = current.headers.get("accept") or ""
-        if BINARY not in accept and "*/*" not in accept:
-            # API Gateway only returns binary bodies to clients that accept
-            # them; say so instead of letting the gateway mangle the bytes.
+        if accept.split(",")[0].split(";")[0].strip().lower() != BINARY:
+            # API Gateway decodes a binary body only when the *first* Accept
+            # type is binary (not */*); say so instead of letting the
+            # gateway return base64 text in place of the bytes.
             response = error_response(RegistryError(
                 errors.UNSUPPORTED, {"reason": "send Accept: application/octet-stream, or "
                                      "enable CARGOHOLD_BLOB_REDIRECTS"}, status=406))
@@ -81,7 +82,7 @@ def _dispatch(depth: int) -> Response:
                     status_code=response.status)
 
 
-@app.route("/v2", methods=["GET"])
+@app.route("/v2", methods=["GET", "HEAD"])
 def base() -> Response:
     return _dispatch(0)
 

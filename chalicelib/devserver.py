@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moto-port", type=int, default=0)
     parser.add_argument("--no-provision", action="store_true",
                         help="do not create the bucket and table")
+    parser.add_argument("--door", choices=["local", "lambda"],
+                        default=os.environ.get("CARGOHOLD_DOOR", "local"),
+                        help="local: the streaming server (default); lambda: app.py behind "
+                             "the API Gateway emulator (6 MB payloads, 29 s timeout)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(name)s %(message)s")
@@ -96,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(blob_redirects_default=False)
     if not args.no_provision:
         provision(settings.bucket, settings.table, settings.region)
-    server = serve(local_app(settings), args.host, args.port)
+    if args.door == "lambda":
+        from . import apigateway  # app.py reads its settings from the env set above
+
+        server = apigateway.serve(apigateway.lambda_gateway(), args.host, args.port)
+    else:
+        server = serve(local_app(settings), args.host, args.port)
     host, port = server.server_address[:2]
     print(f"cargohold registry listening on http://{host}:{port}", flush=True)
     print(f"  try: skopeo copy --dest-tls-verify=false docker://docker.io/library/alpine "

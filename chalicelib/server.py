@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from .core.http import Request, Response
 
-log = logging.getLogger("cargohold.server")
+log = logging.getLogger(__name__)
 
 DRAIN_LIMIT = 1024 * 1024
 # After answering early (e.g. 416 to a chunk sent out of order) on a connection

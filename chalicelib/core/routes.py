@@ -74,6 +74,7 @@ ROUTES: tuple[Route, ...] = (
     Route("base", (), (
         Operation("GET", "Check that the endpoint implements the Distribution API.", (200,),
                   ()),
+        Operation("HEAD", "Same as GET, without the body.", (200,), ()),
     ), "API version check. Answers `{}` with `Docker-Distribution-API-Version: registry/2.0`.",
         has_name=False, trailing_slash=True),
     Route("catalog", ("_catalog",), (

@@ -15,7 +15,7 @@ from ..core.http import Request, Response
 from ..core.routes import match
 from .service import Registry
 
-log = logging.getLogger("cargohold")
+log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 

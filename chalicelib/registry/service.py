@@ -62,6 +62,7 @@ class Registry:
                                settings.max_body if settings.function_limits else None)
         self.handlers: dict[tuple[str, str], Handler] = {
             ("base", "GET"): self.base,
+            ("base", "HEAD"): self.base,
             ("catalog", "GET"): self.catalog,
             ("tags", "GET"): self.tags,
             ("manifest", "GET"): self.get_manifest,

@@ -18,6 +18,7 @@ registry checks the digest before anything becomes visible.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 import uuid
@@ -151,7 +152,8 @@ class Uploads:
             record.multipart_id = self.blobs.start_multipart(key)
         if record.next_part > S3_MAX_PARTS:
             raise RegistryError(errors.SIZE_INVALID, {"reason": "blob exceeds S3's 10,000 parts"})
-        self.blobs.upload_part(key, record.multipart_id, record.next_part, data)
+        etag = self.blobs.upload_part(key, record.multipart_id, record.next_part, data)
+        record.part_chain = _chain(record.part_chain, etag)
         record.next_part += 1
 
     def append(self, record: UploadRecord, body: BinaryIO, content_range: tuple[int, int] | None,
@@ -312,6 +314,13 @@ class Uploads:
             if sum(p["Size"] for p in parts) != size or len(parts) != record.next_part - 1:
                 raise RegistryError(errors.BLOB_UPLOAD_INVALID,
                                     {"reason": "staged parts do not add up; restart the upload"})
+            chain = None
+            for part in parts:
+                chain = _chain(chain, part["ETag"])
+            if chain != record.part_chain:  # a concurrent request rewrote a part number
+                raise RegistryError(errors.BLOB_UPLOAD_INVALID, {
+                    "reason": "a staged part was overwritten by a concurrent request; "
+                              "restart the upload"})
         verified_early = appended.hasher is not None and digest.algorithm == "sha256"
         if verified_early:
             _verify(digest, appended.hasher.hexdigest())
@@ -344,6 +353,19 @@ class Uploads:
             raise RegistryError(errors.BLOB_UPLOAD_INVALID, {
                 "reason": "every part but the last must be at least 5 MiB", "parts": small[:50]})
         return sum(p["Size"] for p in parts)
+
+
+def _chain(previous: bytes | None, etag: str) -> bytes:
+    """Extend the chain over part ETags by one part.
+
+    Two requests that start from the same offset upload the same part
+    numbers; the one whose conditional write loses may still overwrite a
+    part after the winner committed. The hash state would then vouch for
+    bytes that are no longer there, so completion checks this chain against
+    the parts it lists and completes with exactly those ETags (S3 refuses
+    a part changed in between).
+    """
+    return hashlib.sha256((previous or b"") + etag.strip('"').encode()).digest()
 
 
 def _verify(digest: Digest, actual_hex: str) -> None:

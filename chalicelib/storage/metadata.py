@@ -78,7 +78,10 @@ class UploadRecord:
 
     ``hash_state`` is the resumable SHA-256 state over bytes ``[0, offset)``;
     ``direct`` marks a session whose parts clients PUT straight to S3, whose
-    bytes the registry never saw (so it has no hash state).
+    bytes the registry never saw (so it has no hash state). ``part_chain``
+    is SHA-256 chained over the ETags of parts ``1..next_part-1`` as this
+    upload uploaded them, so completion can tell that no concurrent request
+    has overwritten one of them since.
     """
 
     upload_id: str
@@ -91,6 +94,7 @@ class UploadRecord:
     hash_state: bytes | None = None
     direct: bool = False
     expires: int = 0
+    part_chain: bytes | None = None
 
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -104,6 +108,8 @@ class UploadRecord:
                 item[attr] = _s(value)
         if self.hash_state is not None:
             item["hash_state"] = {"B": self.hash_state}
+        if self.part_chain is not None:
+            item["part_chain"] = {"B": self.part_chain}
         if self.direct:
             item["direct"] = {"BOOL": True}
         return item
@@ -121,6 +127,7 @@ class UploadRecord:
             hash_state=item["hash_state"]["B"] if "hash_state" in item else None,
             direct=item.get("direct", {}).get("BOOL", False),
             expires=int(item["ttl"]["N"]),
+            part_chain=item["part_chain"]["B"] if "part_chain" in item else None,
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .clients import client
 
-log = logging.getLogger("cargohold.provision")
+log = logging.getLogger(__name__)
 
 STAGING_EXPIRY_DAYS = 2
 
