@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test conformance lint docs tools venv clean bench-rss
+.PHONY: run test conformance lint docs tools venv clean bench-rss bench-uploads
 
 # A virtualenv with the pinned dependencies; rebuilt when a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -35,6 +35,11 @@ conformance: venv tools
 # Peak RSS of the registry process while a 1 GiB blob is pushed in one PATCH.
 bench-rss: venv
 	$(PY) bench/rss_push.py --size-mib 1024
+
+# Digest verification speed (vs hashlib) and the AWS requests of every upload step.
+bench-uploads: venv
+	$(PY) bench/verify.py
+	$(PY) bench/aws_requests.py
 
 lint: venv
 	$(PY) -m ruff check .
