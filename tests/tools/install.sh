@@ -15,6 +15,7 @@ mkdir -p "$bin"
 CRANE_VERSION=v0.22.1
 ORAS_VERSION=v1.3.6
 REGCTL_VERSION=v0.11.7
+DISTRIBUTION_VERSION=v3.1.2
 # A real S3 server (posix backend) that verifies SigV4 presigned URLs, which
 # moto does not: tests/real_s3.py starts it for the presigned-URL tests.
 VERSITYGW_VERSION=v1.8.0
@@ -39,6 +40,8 @@ go_tool() {  # name module-path version
 go_tool crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION"
 go_tool oras oras.land/oras/cmd/oras "$ORAS_VERSION"
 go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION"
+# The CNCF reference registry, to compare against (verify, benchmarks).
+go_tool registry github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION"
 go_tool versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
 
 if ! stamp_ok conformance.test "$CONFORMANCE_VERSION"; then
