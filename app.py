@@ -57,8 +57,13 @@ def _dispatch(depth: int) -> Response:
     path = "/v2/" + "/".join(params[f"p{i}"] for i in range(depth))
     query = urlencode([(k, v) for k in (current.query_params or {})
                        for v in current.query_params.getlist(k)])
-    request = Request.build(current.method, path, query, dict(current.headers.items()),
-                            current.raw_body or b"")
+    # API Gateway keeps only the last value of a repeated header in `headers`
+    # (Chalice's view); every value is in `multiValueHeaders`, and a client
+    # may well send Accept once per media type.
+    multi = current.to_original_event().get("multiValueHeaders") or {}
+    headers = ([(k, v) for k, values in multi.items() for v in values] if multi
+               else list(current.headers.items()))
+    request = Request.build(current.method, path, query, headers, current.raw_body or b"")
     response = handle(registry(), request)
     body = response.read_body()
     content_type = response.headers.get("Content-Type", "")

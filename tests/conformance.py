@@ -7,9 +7,17 @@ pinned suite (``.tools/bin/conformance.test``, a ``go test -c`` binary of
 github.com/opencontainers/distribution-spec/conformance) against it over
 plain HTTP, and stops the server again whatever happens.
 
+``--door lambda`` serves the registry the way it is deployed instead:
+``python -m chalicelib.devserver --door lambda``, i.e. app.py behind the
+local API Gateway stand-in (base64 event bodies, 6 MB payloads, 29 s), with
+app.py's defaults of that door: function limits on (bodies of at most
+4 MiB) and blob GETs redirected to presigned S3 URLs; only the advertised
+minimum chunk is lowered (see LAMBDA_CHUNK_MIN_LENGTH).
+
 The suite's own reports (``junit.xml``, ``report.html``, ``results.yaml``)
 plus its console output and the registry's log are kept in
-``test-results/conformance/``. The last line printed is
+``test-results/conformance/`` (``test-results/conformance-lambda/`` for the
+lambda door). The last line printed is
 ``conformance: N passed, M failed[, K skipped]``, counted from the junit
 report; the exit status is non-zero when anything failed or errored, when a
 test was skipped that EXPECTED_SKIPS does not explain, or when the suite
@@ -38,6 +46,7 @@ from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "test-results" / "conformance"
+RESULTS_DIRS = {"local": RESULTS_DIR, "lambda": ROOT / "test-results" / "conformance-lambda"}
 SUITE = ROOT / ".tools" / "bin" / "conformance.test"
 
 TOTAL_TIMEOUT = 15 * 60  # the whole run: server start, suite, shutdown
@@ -125,6 +134,28 @@ class Summary:
         return text
 
 
+# The suite sizes the blobs of its bad-digest tests as three times the
+# advertised OCI-Chunk-Min-Length and sends them in one body (POST, PUT, a
+# streamed PATCH) or in chunks of a third plus one byte; it never reads
+# OCI-Chunk-Max-Length. With app.py's default (minimum = maximum = 4 MiB)
+# those are 12 MiB bodies and 4 MiB + 1 chunks, which a function behind API
+# Gateway cannot receive: 413 SIZE_INVALID, by design, 10 failures. So the
+# lambda door advertises a 1 MiB minimum here (3 MiB bodies fit) unless
+# CARGOHOLD_CHUNK_MIN_LENGTH is set; tests/test_lambda_door.py covers the
+# 4 MiB default with real clients.
+LAMBDA_CHUNK_MIN_LENGTH = 1024 * 1024
+
+
+def registry_env(door: str) -> dict[str, str]:
+    """Our environment for the registry process, per door."""
+    # The devserver points boto3 at its own moto; a service-specific endpoint
+    # left in our environment (AWS_ENDPOINT_URL_S3...) would win over it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    if door == "lambda" and not env.get("CARGOHOLD_CHUNK_MIN_LENGTH"):
+        env["CARGOHOLD_CHUNK_MIN_LENGTH"] = str(LAMBDA_CHUNK_MIN_LENGTH)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -159,16 +190,13 @@ def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
     proc.wait(timeout=timeout)
 
 
-def start_registry(port: int, log: IO[bytes]) -> subprocess.Popen:
-    """The registry as ``make run`` starts it, in its own process group."""
-    # The devserver points boto3 at its own moto; a service-specific endpoint
-    # left in our environment (AWS_ENDPOINT_URL_S3...) would win over it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+def start_registry(port: int, log: IO[bytes], door: str = "local") -> subprocess.Popen:
+    """The registry as ``make run`` starts it (``--door``), in its own process group."""
     return subprocess.Popen(
         [sys.executable, "-m", "chalicelib.devserver", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
+         "--port", str(port), "--door", door],
+        cwd=ROOT, env=registry_env(door), stdin=subprocess.DEVNULL, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_ready(proc: subprocess.Popen, base_url: str, deadline: float) -> None:
@@ -191,14 +219,27 @@ def wait_ready(proc: subprocess.Popen, base_url: str, deadline: float) -> None:
     raise RuntimeError(f"registry did not answer /v2/ in time ({last_error})")
 
 
-def suite_env(registry: str, filter_test: str | None) -> dict[str, str]:
+def blob_redirects(door: str) -> bool:
+    """Will the registry answer blob GETs with a 307?
+
+    Read as ``chalicelib.config`` reads ``CARGOHOLD_BLOB_REDIRECTS``, with
+    each door's default: on for app.py (the lambda door), off for the
+    devserver's local door.
+    """
+    value = os.environ.get("CARGOHOLD_BLOB_REDIRECTS")
+    if value is None or value == "":
+        return door == "lambda"
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def suite_env(registry: str, filter_test: str | None, door: str = "local",
+              results_dir: Path = RESULTS_DIR) -> dict[str, str]:
     """The suite's environment: ours minus any stray OCI_* settings, plus the config."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCI_")}
     env.update(SUITE_CONFIG)
     env["OCI_REGISTRY"] = registry
-    env["OCI_RESULTS_DIR"] = str(RESULTS_DIR)
-    redirects = os.environ.get("CARGOHOLD_BLOB_REDIRECTS", "").strip().lower()
-    if redirects in ("1", "true", "yes", "on"):
+    env["OCI_RESULTS_DIR"] = str(results_dir)
+    if blob_redirects(door):
         # The suite follows the 307 and checks the storage's answer, which
         # cannot carry Docker-Content-Digest (the 307 itself does).
         env["OCI_API_BLOBS_DIGEST_HEADER"] = "false"
@@ -230,7 +271,8 @@ def _pump(source: IO[bytes], log: IO[bytes], console: IO[bytes] | None,
             console.flush()
 
 
-def run_suite(env: dict[str, str], log: IO[bytes], deadline: float, output: str) -> int:
+def run_suite(env: dict[str, str], log: IO[bytes], deadline: float, output: str,
+              results_dir: Path = RESULTS_DIR) -> int:
     """Run the suite, copying its output to ``log`` and (per ``output``) the console.
 
     ``output`` is "quiet", "summary" or "verbose". Returns the suite's exit
@@ -239,7 +281,7 @@ def run_suite(env: dict[str, str], log: IO[bytes], deadline: float, output: str)
     go_timeout = max(int(_remaining(deadline)) - 10, 30)
     proc = subprocess.Popen(
         [str(SUITE), "-test.v", f"-test.timeout={go_timeout}s"],
-        cwd=RESULTS_DIR,  # so no stray oci-conformance.yaml is ever picked up
+        cwd=results_dir,  # so no stray oci-conformance.yaml is ever picked up
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None
@@ -305,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=float, default=TOTAL_TIMEOUT,
                         help="seconds for the whole run (default %(default)s)")
+    parser.add_argument("--door", choices=sorted(RESULTS_DIRS), default="local",
+                        help="local: the streaming server (default); lambda: app.py behind "
+                             "the API Gateway stand-in, function limits and blob redirects on "
+                             "(reports in test-results/conformance-lambda/)")
     parser.add_argument("--filter", default=None,
                         help='only tests under this name prefix, e.g. "OCI Conformance Test/'
                              'sha256 blobs" (sets OCI_FILTER_TEST)')
@@ -321,23 +367,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conformance: {SUITE} is missing: run `make tools`", file=sys.stderr)
         print("conformance: 0 passed, 0 failed (suite not installed)")
         return 2
-    shutil.rmtree(RESULTS_DIR, ignore_errors=True)  # never count a stale report
-    RESULTS_DIR.mkdir(parents=True)
-    junit = RESULTS_DIR / "junit.xml"
+    results_dir = RESULTS_DIRS[args.door]
+    shutil.rmtree(results_dir, ignore_errors=True)  # never count a stale report
+    results_dir.mkdir(parents=True)
+    junit = results_dir / "junit.xml"
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     status = 0
     problem = ""
-    with open(RESULTS_DIR / "registry.log", "wb") as registry_log, \
-            open(RESULTS_DIR / "suite.log", "wb") as suite_log:
-        registry = start_registry(port, registry_log)
+    with open(results_dir / "registry.log", "wb") as registry_log, \
+            open(results_dir / "suite.log", "wb") as suite_log:
+        registry = start_registry(port, registry_log, args.door)
         try:
             wait_ready(registry, base_url, min(deadline, time.monotonic() + START_TIMEOUT))
-            print(f"conformance: registry ready at {base_url} after "
+            note = args.door + " door"
+            if args.door == "lambda":
+                minimum = registry_env(args.door)["CARGOHOLD_CHUNK_MIN_LENGTH"]
+                note += f", OCI-Chunk-Min-Length {minimum}"
+            print(f"conformance: registry ({note}) ready at {base_url} after "
                   f"{time.monotonic() - started:.1f} s", flush=True)
-            status = run_suite(suite_env(f"127.0.0.1:{port}", args.filter), suite_log,
-                               deadline, args.output)
+            status = run_suite(suite_env(f"127.0.0.1:{port}", args.filter, args.door,
+                                         results_dir), suite_log, deadline, args.output,
+                               results_dir)
         except (RuntimeError, TimeoutError, OSError) as exc:
             problem = str(exc)
         except KeyboardInterrupt:
@@ -346,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(registry)
 
     elapsed = time.monotonic() - started
-    print(f"conformance: reports in {RESULTS_DIR.relative_to(ROOT)}/ "
+    print(f"conformance: reports in {results_dir.relative_to(ROOT)}/ "
           f"(junit.xml, report.html, results.yaml, suite.log, registry.log); "
           f"{elapsed:.0f} s", flush=True)
     if problem:
