@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test conformance lint docs tools venv clean bench-rss bench-uploads
+.PHONY: run test conformance lint docs tools venv clean bench-rss bench-uploads bench-transfer
 
 # A virtualenv with the pinned dependencies; rebuilt when a requirements file changes.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -43,6 +44,10 @@ bench-rss: venv
 bench-uploads: venv
 	$(PY) bench/verify.py
 	$(PY) bench/aws_requests.py
+
+# Push and pull of a 1 GiB blob: the client beside s3transfer and crane.
+bench-transfer: venv tools
+	$(PY) bench/transfer.py --size-mib 1024
 
 lint: venv
 	$(PY) -m ruff check .

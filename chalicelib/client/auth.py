@@ -113,7 +113,11 @@ class Authenticator:
         url = params["realm"] + ("?" + urlencode(query) if query else "")
         status, body = self.fetch(url, headers)
         if status != 200:
-            raise AuthenticationError(f"token endpoint {params['realm']} answered {status}")
+            hint = "" if self.credentials else (
+                " (no credentials given: pass a username and password, set CARGOHOLD_USERNAME"
+                "/CARGOHOLD_PASSWORD, or log in with docker)")
+            raise AuthenticationError(
+                f"token endpoint {params['realm']} answered {status}{hint}")
         try:
             data = json.loads(body)
             token = data.get("token") or data.get("access_token")

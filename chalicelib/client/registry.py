@@ -118,8 +118,16 @@ class RegistryClient:
     def blob_size(self, name: str, digest: str) -> int | None:
         """The size of a blob in the repository, or None when it is absent."""
         reply = self.request("HEAD", url_for("blob", name=name, digest=digest),
-                             expect=(200, 404), scope=f"{name}:pull")
+                             expect=(200, 307, 404), scope=f"{name}:pull")
         reply.read()
+        if reply.status == 307:  # distribution on S3 redirects HEADs to storage too
+            location = reply.headers.get("Location")
+            if not location:
+                raise ProtocolError("307 without Location")
+            reply = self.transport.send("HEAD", self._url(location), {})
+            reply.read()
+            if reply.status not in (200, 404):
+                raise RegistryResponseError(reply.status, "HEAD", "(redirected blob)", b"")
         if reply.status == 404:
             return None
         return int(reply.headers.get("Content-Length") or 0)
@@ -191,9 +199,11 @@ class RegistryClient:
         if not location:
             raise ProtocolError("upload started without a Location")
         max_chunk = _int_header(start.headers.get("OCI-Chunk-Max-Length"))
-        min_chunk = _int_header(start.headers.get("OCI-Chunk-Min-Length")) or 0
-        if self.use_extensions and source.size > PART_SIZE:
-            direct = self._direct_parts(name, location, source)
+        # Direct parts only where a body cap forces chunking (a registry in a
+        # function): without a cap, one streamed request is verified on the
+        # way in, and beats parts that must be read back to be verified.
+        if self.use_extensions and max_chunk is not None and source.size > max_chunk:
+            direct = self._direct_parts(name, location, source, progress)
             if direct is not None:
                 location = direct
                 return self._complete(name, location, digest, b"", progress_done=None) or digest
@@ -202,7 +212,9 @@ class RegistryClient:
                 body = _Counting(stream, progress)
                 self._complete(name, location, digest, body, length=source.size)
             return digest
-        chunk = max(min(max_chunk, max(min_chunk, 1)), 1)
+        # The largest chunk allowed: fewest requests (a min above the max is
+        # the registry's contradiction; the max is the one it enforces).
+        chunk = max(max_chunk, 1)
         offset = 0
         with source.open() as stream:
             while offset < source.size:
@@ -237,7 +249,8 @@ class RegistryClient:
             raise DigestMismatchError(f"registry stored {returned}, expected {digest}")
         return digest
 
-    def _direct_parts(self, name: str, location: str, source: UploadSource) -> str | None:
+    def _direct_parts(self, name: str, location: str, source: UploadSource,
+                      progress: Progress | None = None) -> str | None:
         """Upload parts straight to S3 through the cargohold extension; None if
         the registry does not offer it."""
         parts_url = _extension_url(location)
@@ -265,6 +278,8 @@ class RegistryClient:
             body = answer.read()
             if answer.status != 200:
                 raise RegistryResponseError(answer.status, "PUT", "(direct part)", body)
+            if progress:
+                progress(len(data))
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             list(pool.map(put_part, plan["parts"]))

@@ -72,7 +72,12 @@ class HttpTransport:
             except self._urllib3.exceptions.HTTPError as exc:
                 raise TransportError(f"{method} {url}: {exc}") from exc
 
-        return RawResponse(reply.status, response_headers, chunks(), reply.release_conn)
+        def finish() -> None:
+            if not reply.closed:  # abandoned mid-body: its connection must not be reused
+                reply.close()
+            reply.release_conn()
+
+        return RawResponse(reply.status, response_headers, chunks(), finish)
 
 
 def _iter_file(stream: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
