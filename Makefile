@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test conformance lint docs tools venv clean bench-rss bench-uploads bench-transfer
+.PHONY: run test conformance lint docs tools venv clean bench bench-smoke bench-rss bench-uploads bench-transfer
 
 # A virtualenv with the pinned dependencies; rebuilt when a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -29,6 +29,15 @@ test: venv tools
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests --junitxml=test-results/junit.xml
 	$(MAKE) --no-print-directory conformance
+	$(MAKE) --no-print-directory bench-smoke
+
+# Every benchmark section, written to BENCHMARKS.md and bench/benchmarks.png.
+bench: venv tools
+	$(PY) bench/run.py
+
+# The same harness at toy sizes (seconds), so it cannot rot; reports go to test-results/.
+bench-smoke: venv tools
+	$(PY) bench/run.py --quick
 
 # The OCI conformance suite twice: the local door, and app.py behind the API
 # Gateway stand-in with function limits on. Both run; either failing fails.
