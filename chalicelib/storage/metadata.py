@@ -153,6 +153,19 @@ class MetadataStore:
                                   ConsistentRead=True)
         return reply.get("Item")
 
+    def _delete_existing(self, pk: str, sk: str) -> bool:
+        """Delete an item; False (and nothing done) when it was not there."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.ddb.delete_item(TableName=self.table, Key={"pk": _s(pk), "sk": _s(sk)},
+                                 ConditionExpression="attribute_exists(pk)")
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
     def _query_prefix(self, pk: str, prefix: str, after: str | None = None,
                       limit: int | None = None) -> list[dict[str, Any]]:
         """Items of one partition whose sk starts with ``prefix``, in order.
@@ -262,17 +275,7 @@ class MetadataStore:
             pending = reply.get("UnprocessedItems") or {}
 
     def unlink_blob(self, name: str, digest: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.ddb.delete_item(TableName=self.table,
-                                 Key={"pk": _s(repo_pk(name)), "sk": _s(f"blob#{digest}")},
-                                 ConditionExpression="attribute_exists(pk)")
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return self._delete_existing(repo_pk(name), f"blob#{digest}")
 
     def missing(self, name: str, blobs: Iterable[str], manifests: Iterable[str]) -> list[str]:
         """Which of the given blob and manifest digests the repository lacks."""
@@ -341,17 +344,7 @@ class MetadataStore:
         return [item["sk"]["S"][len("tag#"):] for item in items]
 
     def delete_tag(self, name: str, tag: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.ddb.delete_item(TableName=self.table,
-                                 Key={"pk": _s(repo_pk(name)), "sk": _s(f"tag#{tag}")},
-                                 ConditionExpression="attribute_exists(pk)")
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return self._delete_existing(repo_pk(name), f"tag#{tag}")
 
     def delete_manifest(self, name: str, record: ManifestRecord) -> None:
         """Delete a manifest with every tag that points to it and its referrers entry."""
@@ -406,17 +399,7 @@ class MetadataStore:
             raise
 
     def delete_upload(self, upload_id: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.ddb.delete_item(TableName=self.table,
-                                 Key={"pk": _s(f"upload#{upload_id}"), "sk": _s("upload")},
-                                 ConditionExpression="attribute_exists(pk)")
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return self._delete_existing(f"upload#{upload_id}", "upload")
 
 
 def _is_condition_failure(exc: Exception) -> bool:
