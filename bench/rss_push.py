@@ -24,8 +24,6 @@ import hashlib
 import http.client
 import os
 import random
-import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,12 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chalicelib.devserver import start_moto_process  # noqa: E402
+from chalicelib.devserver import (  # noqa: E402
+    spawn_registry,
+    start_moto_process,
+    stop_process,
+)
 
 MIB = 1024 * 1024
 MB = 1_000_000
 SEND_CHUNK = MIB
-LISTENING = re.compile(rb"listening on http://([0-9.]+):([0-9]+)")
 
 
 def proc_status_kib(pid: int, field: str) -> int:
@@ -82,39 +83,6 @@ class RssSampler(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=5)
-
-
-def start_registry(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    """The registry in its own process on a free port; returns it and ``host:port``."""
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chalicelib.devserver", "--storage", "external",
-         "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log)
-    log.close()
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    seen = b""
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()  # the devserver prints and flushes at start
-        if not line:
-            break
-        seen += line
-        found = LISTENING.search(line)
-        if found:
-            return proc, f"{found.group(1).decode()}:{found.group(2).decode()}"
-    proc.kill()
-    raise RuntimeError(f"registry did not start: {seen!r}; see {log_path}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 def blob_stream(size: int, seed: int, hasher: hashlib._Hash) -> Iterator[bytes]:
@@ -179,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                    CARGOHOLD_HMAC_KEY=os.environ.get("CARGOHOLD_HMAC_KEY") or uuid.uuid4().hex,
                    CARGOHOLD_BLOB_REDIRECTS="false", PYTHONUNBUFFERED="1",
                    LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"))
-        registry, hostport = start_registry(env, workdir / "registry.log")
+        registry, hostport = spawn_registry(env, workdir / "registry.log")
         status, _, _ = send(hostport, "GET", "/v2/")
         if status != 200:
             print(f"registry answered {status} on /v2/", file=sys.stderr)
@@ -256,10 +224,10 @@ def run(args: argparse.Namespace) -> int:
         if sampler is not None:
             sampler.stop()
         if registry is not None:
-            stop(registry)
+            stop_process(registry)
             if registry.stdout is not None:
                 registry.stdout.close()
-        stop(moto)
+        stop_process(moto)
 
 
 def main(argv: list[str] | None = None) -> int:

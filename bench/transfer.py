@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -52,11 +51,14 @@ sys.path.insert(0, str(ROOT))
 from chalicelib.client import RegistryClient  # noqa: E402
 from chalicelib.client import registry as client_registry  # noqa: E402
 from chalicelib.client.registry import UploadSource  # noqa: E402
-from chalicelib.devserver import start_moto_process  # noqa: E402
+from chalicelib.devserver import (  # noqa: E402
+    spawn_registry,
+    start_moto_process,
+    stop_process,
+)
 
 MIB = 1024 * 1024
 MB = 1_000_000
-LISTENING = re.compile(rb"listening on http://([0-9.]+):([0-9]+)")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -95,40 +97,6 @@ def file_digest(path: Path) -> str:
         while piece := stream.read(4 * MIB):
             hasher.update(piece)
     return "sha256:" + hasher.hexdigest()
-
-
-def start_registry(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    """The registry in its own process on a free port; returns it and ``host:port``."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chalicelib.devserver", "--storage", "external",
-             "--host", "127.0.0.1", "--port", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    seen = b""
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()  # the devserver prints and flushes at start
-        if not line:
-            break
-        seen += line
-        found = LISTENING.search(line)
-        if found:
-            return proc, f"{found.group(1).decode()}:{found.group(2).decode()}"
-    stop(proc)
-    raise RuntimeError(f"registry did not start: {seen!r}; see {log_path}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 def timed(direction: str, label: str, size: int, action: Callable[[], object]) -> Result:
@@ -203,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
                    CARGOHOLD_HMAC_KEY=os.environ.get("CARGOHOLD_HMAC_KEY") or uuid.uuid4().hex,
                    CARGOHOLD_BLOB_REDIRECTS="true" if args.blob_redirects else "false",
                    PYTHONUNBUFFERED="1", LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"))
-        registry, hostport = start_registry(env, workdir / "registry.log")
+        registry, hostport = spawn_registry(env, workdir / "registry.log")
         print(f"blob {digest}, {size / MB:.0f} MB; moto at {moto_url}, registry at {hostport}; "
               f"{args.part_mib} MiB parts, concurrency {args.concurrency}, blob redirects "
               f"{'on' if args.blob_redirects else 'off'}", flush=True)
@@ -294,9 +262,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         if registry is not None:
-            stop(registry)
+            stop_process(registry)
         if moto is not None:
-            stop(moto)
+            stop_process(moto)
         shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"\n{args.size_mib} MiB blob, all downloads verified against {digest[:19]}…")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import secrets
+import selectors
 import signal
 import subprocess
 import sys
@@ -52,6 +54,55 @@ def start_moto_process(port: int = 0) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("moto server did not start within 30 s")
+
+
+LISTENING = re.compile(rb"listening on http://([0-9.]+):([0-9]+)")
+
+
+def spawn_registry(env: dict[str, str], log_path: str | os.PathLike[str],
+                   *extra: str, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """A registry in its own process on a free port, on the storage ``env``
+    names; returns the process and ``host:port`` (read from its banner).
+    Tests and benchmarks use it to run several instances, or to measure one."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chalicelib.devserver", "--storage", "external",
+             "--host", "127.0.0.1", "--port", "0", *extra],
+            env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=log,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    seen = b""
+    try:
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break  # stdout closed: the process exited
+            seen += line
+            found = LISTENING.search(line)
+            if found:
+                return proc, f"{found.group(1).decode()}:{found.group(2).decode()}"
+    finally:
+        selector.close()
+    stop_process(proc)
+    raise RuntimeError(f"registry did not start: {seen!r}; see {log_path}")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; closes its stdout pipe."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def use_emulator(url: str) -> None:

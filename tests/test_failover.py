@@ -14,20 +14,19 @@ import http.client
 import os
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
 from chalicelib.config import Settings
+from chalicelib.devserver import spawn_registry, stop_process
 from chalicelib.storage import clients
 from chalicelib.storage.blobs import BlobStore, large_blob_key
 from chalicelib.storage.metadata import MetadataStore
 
-from .test_instances import MIB, SHARED_KEY, _wait_listening, request, sha256
+from .test_instances import MIB, SHARED_KEY, request, sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 PART = 5 * MIB
@@ -41,33 +40,20 @@ Start = Callable[[str], tuple[subprocess.Popen, str]]
 def start_process(settings: Settings, moto_url: str, tmp_path: Path) -> Iterator[Start]:
     """``start_process(label)`` → (process, ``host:port``) of a registry
     process on the test's bucket and table, 5 MiB parts; all stopped after."""
-    started: list[tuple[subprocess.Popen, IO[bytes]]] = []
+    started: list[subprocess.Popen] = []
 
     def _start(label: str) -> tuple[subprocess.Popen, str]:
         env = dict(os.environ, CARGOHOLD_HMAC_KEY=SHARED_KEY, CARGOHOLD_BUCKET=settings.bucket,
                    CARGOHOLD_TABLE=settings.table, AWS_ENDPOINT_URL=moto_url,
-                   CARGOHOLD_PART_SIZE=str(PART), CARGOHOLD_BLOB_REDIRECTS="false",
-                   PYTHONUNBUFFERED="1")
-        log = (tmp_path / f"{label}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chalicelib.devserver", "--storage", "external",
-             "--no-provision", "--host", "127.0.0.1", "--port", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log)
-        started.append((proc, log))
-        return proc, _wait_listening(proc, time.monotonic() + START_TIMEOUT)
+                   CARGOHOLD_PART_SIZE=str(PART), CARGOHOLD_BLOB_REDIRECTS="false")
+        proc, hostport = spawn_registry(env, tmp_path / f"{label}.log", "--no-provision",
+                                        timeout=START_TIMEOUT)
+        started.append(proc)
+        return proc, hostport
 
     yield _start
-    for proc, log in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        log.close()
+    for proc in started:
+        stop_process(proc)
 
 
 def wait_for_part(settings: Settings, upload_id: str, number: int) -> None:

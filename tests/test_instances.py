@@ -13,11 +13,7 @@ import http.client
 import json
 import os
 import random
-import re
-import selectors
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from email.message import Message
 from pathlib import Path
@@ -26,69 +22,35 @@ from typing import Any
 import pytest
 
 from chalicelib.config import Settings
+from chalicelib.devserver import spawn_registry, stop_process
 from chalicelib.storage import clients
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
-LISTENING = re.compile(rb"listening on http://([0-9.]+):([0-9]+)")
 SHARED_KEY = "instances-shared-key-0123456789abcdef"
 START_TIMEOUT = 30.0
 
 Start = Callable[[str, str], str]
 
 
-def _wait_listening(proc: subprocess.Popen, deadline: float) -> str:
-    """Read the devserver's stdout until it says where it listens."""
-    assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    seen = b""
-    try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = proc.stdout.readline()
-            if not line:
-                break  # the process closed stdout: it exited
-            seen += line
-            found = LISTENING.search(line)
-            if found:
-                return f"{found.group(1).decode()}:{found.group(2).decode()}"
-    finally:
-        selector.close()
-    raise RuntimeError(f"registry did not start (exit code {proc.poll()}): {seen!r}")
-
-
 @pytest.fixture
 def start_registry(settings: Settings, moto_url: str, tmp_path: Path) -> Iterator[Start]:
     """``start_registry(hmac_key, label)`` → ``host:port`` of a new registry
     process on the test's bucket and table; every process is stopped after."""
-    started: list[tuple[subprocess.Popen, Any]] = []
+    started: list[subprocess.Popen] = []
 
     def _start(hmac_key: str, label: str) -> str:
         env = dict(os.environ, CARGOHOLD_HMAC_KEY=hmac_key, CARGOHOLD_BUCKET=settings.bucket,
                    CARGOHOLD_TABLE=settings.table, AWS_ENDPOINT_URL=moto_url,
-                   CARGOHOLD_PART_SIZE=str(5 * MIB), CARGOHOLD_BLOB_REDIRECTS="false",
-                   PYTHONUNBUFFERED="1")
-        log = (tmp_path / f"{label}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chalicelib.devserver", "--storage", "external",
-             "--no-provision", "--host", "127.0.0.1", "--port", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log)
-        started.append((proc, log))
-        return _wait_listening(proc, time.monotonic() + START_TIMEOUT)
+                   CARGOHOLD_PART_SIZE=str(5 * MIB), CARGOHOLD_BLOB_REDIRECTS="false")
+        proc, hostport = spawn_registry(env, tmp_path / f"{label}.log", "--no-provision",
+                                        timeout=START_TIMEOUT)
+        started.append(proc)
+        return hostport
 
     yield _start
-    for proc, log in started:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        log.close()
+    for proc in started:
+        stop_process(proc)
 
 
 def request(hostport: str, method: str, path: str, body: Any = b"",
