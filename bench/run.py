@@ -70,6 +70,9 @@ def plot(series: list[dict[str, Any]], path: Path) -> None:
             ax.bar(xs, data["series"][name], width, label=name)
         ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(labels))])
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        values = [v for vs in data["series"].values() for v in vs if v and v > 0]
+        if values and max(values) / min(values) > 50:
+            ax.set_yscale("log")  # e.g. MB/s from 1 MiB to 100 MiB blobs
         ax.set_title(data["title"])
         ax.set_ylabel(data.get("unit", ""))
         ax.legend()
