@@ -283,7 +283,9 @@ class Uploads:
         if persisted:
             self.meta.delete_upload(record.upload_id)
         if record.tail_key:
-            self.blobs.delete_prefix(staging_prefix(record.upload_id))
+            # the one staging object the record names: a DELETE, not a LIST
+            # and a DELETE (a killed request's orphan expires by lifecycle)
+            self.blobs.delete(record.tail_key)
         return link.size
 
     def _publish_small(self, digest: Digest, data: bytes,
