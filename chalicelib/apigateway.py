@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from .server import LINGER_BYTES, LINGER_SECONDS, BodyReader, RegistryServer
+from .server import BodyReader, RegistryServer, discard_rest
 
 # Not under "cargohold": Chalice sets that logger to ERROR without
 # propagation when app.py loads, which would silence the gateway's log.
@@ -691,20 +691,7 @@ def make_handler(gateway: ApiGateway) -> type[BaseHTTPRequestHandler]:
             """413 without invoking anything, then drop a bounded rest and close."""
             self.close_connection = True
             self._write(gateway.too_large(self.command, self.path, self.headers.items(), size))
-            deadline = time.monotonic() + LINGER_SECONDS
-            discarded = 0
-            try:
-                while discarded < LINGER_BYTES:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return
-                    self.connection.settimeout(left)
-                    data = reader.read(65536)
-                    if not data:
-                        return
-                    discarded += len(data)
-            except (OSError, ValueError):
-                return
+            discard_rest(self.connection, reader)
 
         def _write(self, reply: Reply) -> None:
             self.log_request(reply.status)

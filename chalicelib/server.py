@@ -89,6 +89,29 @@ class BodyReader:
         return True
 
 
+def discard_rest(connection: socket.socket, body: BodyReader) -> None:
+    """Read and drop the rest of an unread body, bounded in bytes and time.
+
+    Closing a socket with unread data makes the kernel reset the
+    connection, and a client still sending its body (Go's net/http) then
+    reports a broken pipe instead of the answer already sent.
+    """
+    deadline = time.monotonic() + LINGER_SECONDS
+    discarded = 0
+    try:
+        while discarded < LINGER_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            connection.settimeout(left)
+            data = body.read(65536)
+            if not data:
+                return
+            discarded += len(data)
+    except (OSError, ValueError):
+        return
+
+
 def make_handler(app: Callable[[Request], Response]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -107,31 +130,9 @@ def make_handler(app: Callable[[Request], Response]) -> type[BaseHTTPRequestHand
                 self.close_connection = True
                 response.headers["Connection"] = "close"
                 self._write(response)
-                self._discard(body)
+                discard_rest(self.connection, body)
                 return
             self._write(response)
-
-        def _discard(self, body: BodyReader) -> None:
-            """Read and drop the rest of an unread body, bounded in bytes and time.
-
-            Closing a socket with unread data makes the kernel reset the
-            connection, and a client still sending its body (Go's net/http)
-            then reports a broken pipe instead of the answer already sent.
-            """
-            deadline = time.monotonic() + LINGER_SECONDS
-            discarded = 0
-            try:
-                while discarded < LINGER_BYTES:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return
-                    self.connection.settimeout(left)
-                    data = body.read(65536)
-                    if not data:
-                        return
-                    discarded += len(data)
-            except (OSError, ValueError):
-                return
 
         def _write(self, response: Response) -> None:
             self.log_request(response.status)
