@@ -30,7 +30,6 @@ import hashlib
 import itertools
 import json
 import random
-import subprocess
 import sys
 import threading
 import urllib.request
@@ -48,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.core.http import Request, Response  # noqa: E402
 from chalicelib.core.routes import url_for  # noqa: E402
-from chalicelib.devserver import local_app, start_moto_process, use_emulator  # noqa: E402
+from chalicelib.devserver import local_app, start_moto_process, stop_process, use_emulator  # noqa: E402
 from chalicelib.storage import clients  # noqa: E402
 from chalicelib.storage.provision import provision  # noqa: E402
 
@@ -473,12 +472,7 @@ def main() -> int:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 2
     finally:
-        moto.terminate()
-        try:
-            moto.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            moto.kill()
-            moto.wait(timeout=15)
+        stop_process(moto)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,7 +59,7 @@ from chalicelib.client import RegistryClient  # noqa: E402
 from chalicelib.client.transport import Body, HttpTransport, RawResponse  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.core.routes import match  # noqa: E402
-from chalicelib.devserver import local_app, start_moto_process, use_emulator  # noqa: E402
+from chalicelib.devserver import local_app, start_moto_process, stop_process, use_emulator  # noqa: E402
 from chalicelib.server import serve_in_thread  # noqa: E402
 from chalicelib.storage import clients  # noqa: E402
 from chalicelib.storage.provision import provision  # noqa: E402
@@ -584,12 +583,7 @@ def measure(quick: bool) -> dict[str, Any]:
             clients.reset()
             distribution_rows, more = run_distribution(proxy, reps, layer_bytes)
     finally:
-        moto.terminate()
-        try:
-            moto.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            moto.kill()
-            moto.wait()
+        stop_process(moto)
     return {"reps": reps, "layer_bytes": layer_bytes,
             "warnings": warnings + [f"distribution {w}" for w in more],
             "rows": {"cargohold": cargohold_rows, "distribution": distribution_rows}}

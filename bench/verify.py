@@ -35,7 +35,6 @@ import hashlib
 import io
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -50,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.core.http import Request, Response  # noqa: E402
-from chalicelib.devserver import local_app, start_moto_process, use_emulator  # noqa: E402
+from chalicelib.devserver import local_app, start_moto_process, stop_process, use_emulator  # noqa: E402
 from chalicelib.registry.resumable_sha256 import ResumableSha256  # noqa: E402
 from chalicelib.storage import clients  # noqa: E402
 from chalicelib.storage.blobs import RANGE_SIZE, BlobStore  # noqa: E402
@@ -386,12 +385,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"FAIL: digest mismatch: {exc}", file=sys.stderr)
         return 2
     finally:
-        moto.terminate()
-        try:
-            moto.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            moto.kill()
-            moto.wait(timeout=15)
+        stop_process(moto)
 
 
 def main(argv: list[str] | None = None) -> int:

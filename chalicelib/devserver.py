@@ -174,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
         if moto is not None:
-            moto.terminate()
-            moto.wait(timeout=10)
+            stop_process(moto)
     return 0
 
 

@@ -23,7 +23,7 @@ os.environ.setdefault("CARGOHOLD_HMAC_KEY", "test-hmac-key-shared-by-all-instanc
 
 from chalicelib.config import Settings
 from chalicelib.core.http import Request, Response
-from chalicelib.devserver import local_app, start_moto_process, use_emulator
+from chalicelib.devserver import local_app, start_moto_process, stop_process, use_emulator
 from chalicelib.server import serve_in_thread
 from chalicelib.storage import clients
 from chalicelib.storage.provision import provision
@@ -38,8 +38,7 @@ def moto_url() -> Iterator[str]:
     use_emulator(url)
     clients.reset()
     yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_process(proc)
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib.devserver import stop_process
+
 from .conftest import tool
 
 CONFIG = """version: 0.1
@@ -104,12 +106,7 @@ def _serve(work: Path, config_text: str, address: str) -> Iterator[str]:
                 time.sleep(0.1)
         yield address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

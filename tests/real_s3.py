@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from chalicelib.devserver import stop_process
+
 from .conftest import tool
 
 START_TIMEOUT = 20.0
@@ -75,13 +77,7 @@ def _answers(endpoint: str) -> bool:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT)
+    stop_process(proc, timeout=STOP_TIMEOUT)
 
 
 @contextlib.contextmanager
